@@ -1,0 +1,2 @@
+//! jwks
+fn main() {}

@@ -1,0 +1,2 @@
+//! login
+fn main() {}

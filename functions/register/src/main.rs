@@ -1,0 +1,2 @@
+//! register
+fn main() {}

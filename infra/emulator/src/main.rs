@@ -1,0 +1,2 @@
+//! Lambda Runtime API emulator (work in progress).
+fn main() {}
