@@ -20,6 +20,7 @@
 #                           else `kustomize build`)
 set -euo pipefail
 
+export PYTHONDONTWRITEBYTECODE=1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 venv=${VENV:-.venv}
