@@ -1,2 +1,14 @@
-//! register
-fn main() {}
+//! The register function: `POST /api/v1/users` (SPEC §3.1).
+
+use users::config::Config;
+use users::handlers::{RegisterState, register};
+use users::startup::{init_logging, or_exit, run};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_logging();
+    let config = or_exit("register", Config::from_env());
+    let state = or_exit("register", RegisterState::from_config(&config).await);
+    let state = &state;
+    run("register", move |request| register(state, request)).await
+}

@@ -1,0 +1,366 @@
+//! Argon2id password hashing in PHC string format (SPEC §6), with the cost
+//! from configuration, the dummy hash that makes an unknown email cost as
+//! much as a wrong password, and the upgrade check behind rehash-on-login.
+//!
+//! Hashing takes tens of milliseconds of CPU by design, so the async entry
+//! points run it on tokio's blocking pool, never on the executor.
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{
+    self, PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString,
+};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::domain::Password;
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Policy {
+    /// Memory in KiB (`m`).
+    pub memory_kib: u32,
+    /// Passes over memory (`t`).
+    pub iterations: u32,
+    /// Lanes (`p`).
+    pub parallelism: u32,
+}
+
+impl Argon2Policy {
+    /// OWASP Password Storage Cheat Sheet's first Argon2id configuration:
+    /// m = 19 MiB, t = 2, p = 1.
+    pub const OWASP: Self = Self {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// Argon2's own minimum, for fast tests only.
+    pub const INSECURE_FAST_FOR_TESTS: Self = Self {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// A policy, checked against Argon2's limits.
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, HashError> {
+        let policy = Self {
+            memory_kib,
+            iterations,
+            parallelism,
+        };
+        policy.params()?;
+        Ok(policy)
+    }
+
+    fn params(&self) -> Result<Params, HashError> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| HashError(e.to_string()))
+    }
+}
+
+/// Hashing could not be carried out (bad parameters, a corrupt stored
+/// hash, a failed worker): distinct from "the password does not match".
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+/// A PHC-format Argon2id hash. Its `Debug` never prints the hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredHash(String);
+
+impl StoredHash {
+    /// Wraps a hash read from the store.
+    pub fn from_stored(phc: String) -> Self {
+        Self(phc)
+    }
+
+    /// The PHC string, for the store only.
+    pub fn as_phc(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoredHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredHash(<redacted>)")
+    }
+}
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// The password matches the hash.
+    pub matched: bool,
+    /// The hash was made with other parameters than the current policy and
+    /// should be replaced (only meaningful when `matched`).
+    pub needs_rehash: bool,
+}
+
+/// Hashes and verifies passwords under one policy.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    argon2: Argon2<'static>,
+    policy: Argon2Policy,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl PasswordHasher {
+    /// A hasher for `policy`.
+    pub fn new(policy: Argon2Policy) -> Result<Self, HashError> {
+        Ok(Self {
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, policy.params()?),
+            policy,
+        })
+    }
+
+    /// The policy new hashes are made with.
+    pub fn policy(&self) -> Argon2Policy {
+        self.policy
+    }
+
+    /// Hashes `password` with a fresh 16-byte random salt.
+    pub fn hash(&self, password: &Password) -> Result<StoredHash, HashError> {
+        let salt = SaltString::generate(&mut OsRng);
+        self.argon2
+            .hash_password(password.expose(), &salt)
+            .map(|h| StoredHash(h.to_string()))
+            .map_err(|e| HashError(e.to_string()))
+    }
+
+    /// A hash of a random password nobody knows, made with the current
+    /// policy. Login verifies against it when the email is unknown, so both
+    /// paths do the same work (SPEC §3.2).
+    pub fn dummy_hash(&self) -> Result<StoredHash, HashError> {
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        let salt = SaltString::generate(&mut OsRng);
+        self.argon2
+            .hash_password(&secret, &salt)
+            .map(|h| StoredHash(h.to_string()))
+            .map_err(|e| HashError(e.to_string()))
+    }
+
+    /// Checks `password` against `stored`, with the parameters recorded in
+    /// the hash itself (so hashes made under an older policy still verify).
+    pub fn verify(
+        &self,
+        password: &Password,
+        stored: &StoredHash,
+    ) -> Result<Verification, HashError> {
+        let parsed = PasswordHash::new(&stored.0)
+            .map_err(|e| HashError(format!("stored hash is not PHC: {e}")))?;
+        match self.argon2.verify_password(password.expose(), &parsed) {
+            Ok(()) => Ok(Verification {
+                matched: true,
+                needs_rehash: self.is_outdated(&parsed),
+            }),
+            Err(password_hash::Error::Password) => Ok(Verification {
+                matched: false,
+                needs_rehash: false,
+            }),
+            Err(e) => Err(HashError(e.to_string())),
+        }
+    }
+
+    /// Whether `hash` was made with another algorithm, version or cost than
+    /// the current policy.
+    fn is_outdated(&self, hash: &PasswordHash<'_>) -> bool {
+        if hash.algorithm != argon2::ARGON2ID_IDENT || hash.version != Some(Version::V0x13 as u32) {
+            return true;
+        }
+        match Params::try_from(hash) {
+            Ok(p) => {
+                (p.m_cost(), p.t_cost(), p.p_cost())
+                    != (
+                        self.policy.memory_kib,
+                        self.policy.iterations,
+                        self.policy.parallelism,
+                    )
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// [`hash`](Self::hash) on the blocking pool.
+    pub async fn hash_blocking(
+        self: &Arc<Self>,
+        password: Password,
+    ) -> Result<StoredHash, HashError> {
+        let hasher = Arc::clone(self);
+        tokio::task::spawn_blocking(move || hasher.hash(&password))
+            .await
+            .map_err(|e| HashError(format!("hashing task failed: {e}")))?
+    }
+
+    /// [`verify`](Self::verify) on the blocking pool.
+    pub async fn verify_blocking(
+        self: &Arc<Self>,
+        password: Password,
+        stored: StoredHash,
+    ) -> Result<(Verification, Password), HashError> {
+        let hasher = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            hasher.verify(&password, &stored).map(|v| (v, password))
+        })
+        .await
+        .map_err(|e| HashError(format!("verification task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn password(text: &str) -> Password {
+        Password::parse_new(text.to_owned()).unwrap()
+    }
+
+    fn fast() -> PasswordHasher {
+        PasswordHasher::new(Argon2Policy::INSECURE_FAST_FOR_TESTS).unwrap()
+    }
+
+    #[test]
+    fn hashes_are_argon2id_phc_strings_with_the_policy() {
+        let hasher = PasswordHasher::new(Argon2Policy::new(64, 3, 2).unwrap()).unwrap();
+        let hash = hasher.hash(&password("correct horse")).unwrap();
+        assert!(
+            hash.as_phc().starts_with("$argon2id$v=19$m=64,t=3,p=2$"),
+            "{}",
+            hash.as_phc()
+        );
+    }
+
+    #[test]
+    fn the_same_password_gets_a_different_salt_each_time() {
+        let hasher = fast();
+        assert_ne!(
+            hasher.hash(&password("correct horse")).unwrap(),
+            hasher.hash(&password("correct horse")).unwrap()
+        );
+    }
+
+    #[test]
+    fn right_password_matches_and_wrong_one_does_not() {
+        let hasher = fast();
+        let hash = hasher.hash(&password("correct horse")).unwrap();
+        let ok = hasher.verify(&password("correct horse"), &hash).unwrap();
+        assert_eq!(
+            ok,
+            Verification {
+                matched: true,
+                needs_rehash: false
+            }
+        );
+        let wrong = hasher.verify(&password("correct horsf"), &hash).unwrap();
+        assert!(!wrong.matched);
+        // Passwords are not trimmed: a trailing space is a different password.
+        assert!(
+            !hasher
+                .verify(&password("correct horse "), &hash)
+                .unwrap()
+                .matched
+        );
+    }
+
+    #[test]
+    fn a_hash_with_older_parameters_verifies_and_asks_for_an_upgrade() {
+        let old = PasswordHasher::new(Argon2Policy::new(16, 1, 1).unwrap()).unwrap();
+        let hash = old.hash(&password("correct horse")).unwrap();
+        let current = PasswordHasher::new(Argon2Policy::new(32, 2, 1).unwrap()).unwrap();
+        let v = current.verify(&password("correct horse"), &hash).unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                matched: true,
+                needs_rehash: true
+            }
+        );
+        let upgraded = current.hash(&password("correct horse")).unwrap();
+        assert!(
+            !current
+                .verify(&password("correct horse"), &upgraded)
+                .unwrap()
+                .needs_rehash
+        );
+    }
+
+    #[test]
+    fn an_argon2i_hash_is_upgraded_to_argon2id() {
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(8, 1, 1, None).unwrap(),
+        );
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = StoredHash(
+            argon2i
+                .hash_password(b"correct horse", &salt)
+                .unwrap()
+                .to_string(),
+        );
+        let v = fast().verify(&password("correct horse"), &hash).unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                matched: true,
+                needs_rehash: true
+            }
+        );
+    }
+
+    #[test]
+    fn dummy_hash_uses_the_policy_and_matches_nothing() {
+        let hasher = fast();
+        let dummy = hasher.dummy_hash().unwrap();
+        assert!(dummy.as_phc().starts_with("$argon2id$v=19$m=8,t=1,p=1$"));
+        assert!(
+            !hasher
+                .verify(&password("correct horse"), &dummy)
+                .unwrap()
+                .matched
+        );
+    }
+
+    #[test]
+    fn a_corrupt_stored_hash_is_an_error_not_a_mismatch() {
+        let err = fast().verify(
+            &password("correct horse"),
+            &StoredHash::from_stored("plaintext".into()),
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn stored_hash_debug_is_redacted() {
+        let hash = fast().hash(&password("correct horse")).unwrap();
+        assert_eq!(format!("{hash:?}"), "StoredHash(<redacted>)");
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        assert!(Argon2Policy::new(4, 1, 1).is_err());
+        assert!(Argon2Policy::new(64, 0, 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn blocking_pool_variants_agree() {
+        let hasher = Arc::new(fast());
+        let hash = hasher
+            .hash_blocking(password("correct horse"))
+            .await
+            .unwrap();
+        let (v, _) = hasher
+            .verify_blocking(password("correct horse"), hash)
+            .await
+            .unwrap();
+        assert!(v.matched);
+    }
+}
