@@ -78,6 +78,14 @@ else
   exit 1
 fi
 
+# Needs kustomize 4 or later (`labels`, inline `patches`): Debian 12's
+# kubernetes-client (kubectl 1.20, kustomize 2.0) is too old.
+if [[ ${render[0]} == kubectl ]]; then
+  echo "renderer: kubectl kustomize ($(kubectl version --client 2>/dev/null | grep -i kustomize || echo 'version unknown'))"
+else
+  echo "renderer: ${render[*]}"
+fi
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
