@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -36,6 +37,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Time a client gets to send its body once its headers are in.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of an oversized body read (and dropped) before the 413.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+/// Longest time spent on that.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// Header telling clients which request id to quote (API Gateway's name).
 const REQUEST_ID_HEADER: &str = "apigw-requestid";
 /// Seconds a client is asked to wait after a 503.
@@ -191,27 +196,30 @@ async fn route(
     let request_id: Arc<str> = Arc::from(Uuid::new_v4().to_string());
     fields.request_id = Some(request_id.clone());
 
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        drain(body).await;
         return too_large();
     }
-    let body =
-        match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return too_large(),
-            Ok(Err(_)) => return problem(Code::BadRequest, "The request body could not be read."),
-            Err(_) => {
-                return problem(
-                    Code::RequestTimeout,
-                    "The request body did not arrive in time.",
-                );
-            }
-        };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(&mut body)).await {
+        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(None)) => {
+            drain(body).await;
+            return too_large();
+        }
+        Ok(Err(_)) => return problem(Code::BadRequest, "The request body could not be read."),
+        Err(_) => {
+            return problem(
+                Code::RequestTimeout,
+                "The request body did not arrive in time.",
+            );
+        }
+    };
 
     let ctx = EventContext {
         route_key: &route_key,
@@ -287,6 +295,47 @@ async fn route(
 /// Microseconds as a float, so milliseconds print with three decimals.
 fn micros(d: Duration) -> f64 {
     u32::try_from(d.as_micros()).map_or(f64::from(u32::MAX), f64::from)
+}
+
+/// Reads the body; `None` once it exceeds [`MAX_BODY`].
+async fn read_body(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len() > MAX_BODY {
+            return Ok(None);
+        }
+        // One chunk (the common case) is kept as is; more are joined.
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(Some(first.unwrap_or_else(|| buf.freeze())))
+}
+
+/// Reads and discards some of an oversized body before answering 413: a
+/// client still sending when the connection closes would see a reset
+/// instead of the answer. Bounded in bytes and time.
+async fn drain(mut body: Incoming) {
+    let mut left = DRAIN_MAX;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, Bytes::len);
+            if n >= left {
+                break;
+            }
+            left -= n;
+        }
+    })
+    .await;
 }
 
 fn too_large() -> Response<Body> {

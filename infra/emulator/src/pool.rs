@@ -176,6 +176,8 @@ struct State {
     retry_at: Option<Instant>,
     retry_scheduled: bool,
     init_failing: bool,
+    /// `min_warm` instances were warm at least once: start-up is over.
+    started_up: bool,
     stopping: bool,
 }
 
@@ -405,6 +407,9 @@ impl Pool {
             st.idle.retain(|&i| i != id);
             if let Some(init) = became_warm {
                 st.init_failing = false;
+                if st.count(Instance::is_warm) >= self.spec.min_warm {
+                    st.started_up = true;
+                }
                 info!(
                     function = %self.spec.name,
                     instance = id,
@@ -754,7 +759,8 @@ impl Pool {
         self.lock().instances.len()
     }
 
-    /// Ready: a warm instance, or none required and no failure; never while
+    /// Ready: once start-up brought `min_warm` instances up, while a warm
+    /// instance remains (or none is required and none fails); never while
     /// stopping.
     pub fn is_ready(&self) -> bool {
         let st = self.lock();
@@ -762,7 +768,9 @@ impl Pool {
     }
 
     fn ready(st: &State, min_warm: usize) -> bool {
-        !st.stopping && (st.has_warm() || (min_warm == 0 && !st.init_failing))
+        !st.stopping
+            && (st.started_up || min_warm == 0)
+            && (st.has_warm() || (min_warm == 0 && !st.init_failing))
     }
 
     /// A snapshot for the health endpoint.
