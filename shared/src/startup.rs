@@ -8,10 +8,35 @@ use std::time::Instant;
 use lambda_http::{Body, Error, Request, RequestExt as _, Response, service_fn};
 use tracing::Instrument as _;
 
-/// Sets up logging as Lambda's advanced logging controls ask
-/// (`AWS_LAMBDA_LOG_FORMAT=JSON`, `AWS_LAMBDA_LOG_LEVEL`).
+/// Sets up logging as Lambda's advanced logging controls ask: JSON lines
+/// when `AWS_LAMBDA_LOG_FORMAT=JSON`, the level from `AWS_LAMBDA_LOG_LEVEL`
+/// (else `RUST_LOG`, else INFO). Unlike the runtime's default subscriber it
+/// never writes ANSI colour codes: the lines go to CloudWatch or the
+/// emulator's log, not to a terminal.
 pub fn init_logging() {
-    lambda_http::tracing::init_default_subscriber();
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|l| l.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let builder = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .with_env_filter(
+            EnvFilter::builder()
+                .with_default_directive(level.into())
+                .from_env_lossy(),
+        );
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 /// The value of a cold-start step, or a logged message and exit status 1.

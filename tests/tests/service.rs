@@ -234,10 +234,10 @@ async fn sixty_four_concurrent_clients_all_get_their_answer() {
 }
 
 #[tokio::test]
-async fn logs_have_a_line_per_request_and_never_a_secret() {
-    let service = Service::start().await;
+async fn json_logs_have_a_line_per_request_with_its_id_and_never_a_secret() {
+    let service = Service::start_with(&[("AWS_LAMBDA_LOG_FORMAT", "JSON")]).await;
     let http = Http::default();
-    http.post_json(&service.url("/api/v1/users"), &ada()).await;
+    let registered = http.post_json(&service.url("/api/v1/users"), &ada()).await;
     let token = http
         .post_json(&service.url("/api/v1/users/login"), &ada_login())
         .await
@@ -245,30 +245,40 @@ async fn logs_have_a_line_per_request_and_never_a_secret() {
         .as_str()
         .unwrap()
         .to_owned();
-    http.post_json(
-        &service.url("/api/v1/users/login"),
-        &json!({"email": "ada@example.com", "password": "wrong password"}),
-    )
-    .await;
-    // Let the children's output reach the log.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = http
+        .post_json(
+            &service.url("/api/v1/users/login"),
+            &json!({"email": "ada@example.com", "password": "wrong password"}),
+        )
+        .await;
     let log = service.log_text();
     assert!(service.stop().await.success());
 
-    let finished: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("request finished"))
-        .collect();
-    assert_eq!(
-        finished.len(),
-        3,
-        "one line per request from the functions:\n{log}"
-    );
-    for line in &finished {
-        assert!(line.contains("request_id"), "{line}");
-        assert!(line.contains("status"), "{line}");
-        assert!(line.contains("duration_ms"), "{line}");
+    // Every line is JSON; the functions' own lines arrive inside the
+    // emulator's, tagged with the function.
+    let mut finished = Vec::new();
+    for line in log.lines() {
+        let outer: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        if outer["target"] != "function" {
+            continue;
+        }
+        let inner: Value = serde_json::from_str(outer["fields"]["message"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("a function line that is not JSON ({e}): {line}"));
+        if inner["fields"]["message"] == "request finished" {
+            finished.push((
+                inner["span"]["request_id"].as_str().unwrap().to_owned(),
+                inner["fields"]["status"].as_u64().unwrap(),
+            ));
+        }
     }
+    let ids: Vec<&str> = [&registered, &refused]
+        .iter()
+        .map(|r| r.header("apigw-requestid"))
+        .collect();
+    assert_eq!(finished.len(), 3, "one line per request:\n{log}");
+    assert!(finished.contains(&(ids[0].to_owned(), 201)), "{finished:?}");
+    assert!(finished.contains(&(ids[1].to_owned(), 401)), "{finished:?}");
     for secret in [
         "analytical engine",
         "wrong password",
