@@ -108,6 +108,9 @@ fn init_tracing(json: bool) {
 
 async fn run(settings: Settings, table: RouteTable) -> std::io::Result<()> {
     let started = Instant::now();
+    // Registered first: a SIGTERM during start-up still means a clean stop.
+    let mut terms = signal(SignalKind::terminate())?;
+    let mut ints = signal(SignalKind::interrupt())?;
     let tracker = Tracker::default();
     process::start_orphan_reaper(tracker.clone());
 
@@ -166,8 +169,6 @@ async fn run(settings: Settings, table: RouteTable) -> std::io::Result<()> {
         stopped,
     ));
 
-    let mut terms = signal(SignalKind::terminate())?;
-    let mut ints = signal(SignalKind::interrupt())?;
     let name = tokio::select! {
         _ = terms.recv() => "SIGTERM",
         _ = ints.recv() => "SIGINT",
