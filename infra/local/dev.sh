@@ -21,8 +21,10 @@ trap stop EXIT INT TERM
 
 "$root/.venv/bin/cargo-lambda" lambda watch --only-lambda-apis -A 127.0.0.1 -P "$port" &
 pids+=($!)
-for _ in $(seq 1 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+# A function whose runtime API refuses connections exits: wait until
+# cargo lambda watch listens.
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
 done
 for function in register login jwks; do
