@@ -477,6 +477,57 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bodies_are_answered_not_panicked_on() {
+        use rand::rngs::StdRng;
+        use rand::{Rng as _, SeedableRng as _};
+
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        for _ in 0..2_000 {
+            let len = rng.gen_range(0..256);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+            assert!(RegisterRequest::from_json(&bytes).is_err());
+            assert!(LoginRequest::from_json(&bytes).is_err());
+        }
+        // Well-formed JSON with hostile values in every field.
+        let values = [
+            "null",
+            "true",
+            "0",
+            "-0",
+            "1e999",
+            "[]",
+            "{}",
+            r#""""#,
+            r#"" ""#,
+            r#""\u0000""#,
+            r#""a@b.c""#,
+            r#""Ａ＠ｂ.ｃｏ""#,
+            r#""ada@example.com""#,
+            r#""\u202e\u0085x""#,
+            r#""🔑🔑🔑🔑🔑🔑🔑🔑""#,
+            r#""a@b@c.d""#,
+            r#""\ud83d\udd11""#,
+            r#""İ@example.com""#,
+            r#"{"nested":["x"]}"#,
+        ];
+        for _ in 0..2_000 {
+            let mut pick = || values[rng.gen_range(0..values.len())];
+            let body = format!(
+                r#"{{"name":{},"email":{},"password":{}}}"#,
+                pick(),
+                pick(),
+                pick()
+            );
+            if let Err(errors) = RegisterRequest::from_json(body.as_bytes()) {
+                assert!(!errors.is_empty(), "{body}");
+            }
+            if let Err(errors) = LoginRequest::from_json(body.as_bytes()) {
+                assert!(!errors.is_empty(), "{body}");
+            }
+        }
+    }
+
+    #[test]
     fn user_id_renders_bare_and_round_trips() {
         let id = UserId::new_random();
         let text = id.to_string();
