@@ -333,7 +333,10 @@ impl Pool {
                 }
             }
         }
-        if st.init_failing && !st.has_warm() && st.starting() == 0 {
+        // While a failed start backs off, nothing can serve: fail fast. Once
+        // the backoff is over, the request itself triggers the next attempt.
+        let backing_off = st.retry_at.is_some_and(|at| at > Instant::now());
+        if st.init_failing && backing_off && !st.has_warm() && st.starting() == 0 {
             return Err(Rejected::InitFailing);
         }
         if st.queue.len() >= self.queue_depth {

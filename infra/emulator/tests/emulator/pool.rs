@@ -159,3 +159,40 @@ async fn sixty_four_concurrent_clients_each_get_their_own_reply() {
     assert_eq!(h["functions"]["fx"]["queued"], 0);
     assert_eq!(h["functions"]["fx"]["busy"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_without_warm_instances_starts_one_per_demand() {
+    let e = Emulator::ready(&[Func::new("fx").warm(0).max(1)]).await;
+    let (_, h) = e.health().await;
+    assert_eq!(h["functions"]["fx"]["warm"], 0, "{h}");
+    let r = e.get("/fx").await;
+    r.echo();
+    let line = e
+        .wait_log("for the request", |v| {
+            v["fields"]["message"] == "request" && v["fields"]["function"] == "fx"
+        })
+        .await;
+    assert_eq!(line["fields"]["start"], "cold");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_that_never_starts_keeps_answering_502_without_hanging() {
+    let routes = routes(&[Func::new("fx").warm(0).max(1).env("FIXTURE_INIT", "exit")]);
+    let e = Emulator::start(Options::new(routes)).await;
+    for _ in 0..3 {
+        e.get("/fx").await.assert_problem(502, "BAD_GATEWAY");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, h) = e.health().await;
+    assert_eq!(status, 503, "{h}");
+    let attempts = e
+        .log_json()
+        .iter()
+        .filter(|v| v["fields"]["message"] == "instance starting")
+        .count();
+    assert!(
+        attempts >= 2,
+        "the function is retried on demand: {attempts}"
+    );
+    e.assert_no_zombies().await;
+}
