@@ -49,3 +49,8 @@ dev: venv build ## Functions under cargo lambda watch on $$DEV_PORT, against mot
 clean: ## Remove build output, the virtualenv and local run state
 	cargo clean
 	rm -rf $(VENV) .run
+
+.PHONY: bench
+
+bench: venv ## Benchmarks beside their references; writes docs/benchmarks.md (bounded, ~5 min)
+	bench/run.sh
