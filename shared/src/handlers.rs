@@ -72,7 +72,7 @@ pub struct LoginState<S> {
 }
 
 impl<S> LoginState<S> {
-    /// State over any store; makes the dummy hash (one Argon2id hash).
+    /// State over any store, with a fresh dummy hash (made without hashing).
     pub fn new(store: S, hasher: PasswordHasher, issuer: TokenIssuer) -> Result<Self, ConfigError> {
         let dummy_hash = hasher
             .dummy_hash()
