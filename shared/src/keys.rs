@@ -2,9 +2,10 @@
 //! and rendering them as a JSON Web Key Set (RFC 7517) whose `kid`s are
 //! RFC 7638 thumbprints.
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::EncodingKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::traits::PublicKeyParts;
@@ -94,7 +95,10 @@ pub fn thumbprint(n: &str, e: &str) -> String {
 
 /// The private key tokens are signed with, and its public JWK.
 pub struct SigningKey {
-    encoding: EncodingKey,
+    /// Parsed and checked once: aws-lc validates an RSA key when it loads
+    /// it, which costs several times the signature itself, so the key must
+    /// not be re-parsed per token (as `jsonwebtoken::encode` does).
+    key_pair: RsaKeyPair,
     jwk: Jwk,
 }
 
@@ -124,7 +128,8 @@ impl SigningKey {
             .to_pkcs1_der()
             .map_err(|e| KeyError::Invalid(e.to_string()))?;
         Ok(Self {
-            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            key_pair: RsaKeyPair::from_der(der.as_bytes())
+                .map_err(|e| KeyError::Invalid(e.to_string()))?,
             jwk: Jwk::from_public_key(&key.to_public_key()),
         })
     }
@@ -139,8 +144,19 @@ impl SigningKey {
         &self.jwk
     }
 
-    pub(crate) fn encoding_key(&self) -> &EncodingKey {
-        &self.encoding
+    /// The RSASSA-PKCS1-v1_5 SHA-256 signature of `message` (JWS `RS256`,
+    /// RFC 7518 §3.3).
+    pub(crate) fn sign_rs256(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let mut signature = vec![0; self.key_pair.public_modulus_len()];
+        self.key_pair
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Ok(signature)
     }
 }
 

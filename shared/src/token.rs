@@ -2,6 +2,8 @@
 //! and the issuer that signs them. The current time and the token id are
 //! parameters, so expiry is testable without a clock.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -38,7 +40,7 @@ pub struct Claims {
 /// Signing failed; with a key that loaded this does not happen in practice.
 #[derive(Debug, thiserror::Error)]
 #[error("token signing failed: {0}")]
-pub struct TokenError(#[from] jsonwebtoken::errors::Error);
+pub struct TokenError(String);
 
 /// Signs access tokens with one key for one issuer and audience.
 #[derive(Debug)]
@@ -85,11 +87,22 @@ impl TokenIssuer {
         let mut header = Header::new(Algorithm::RS256);
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         header.kid = Some(self.key.kid().to_owned());
-        Ok(jsonwebtoken::encode(
-            &header,
-            &self.claims(user, now, jti),
-            self.key.encoding_key(),
-        )?)
+        let header = serde_json::to_vec(&header).map_err(|e| TokenError(e.to_string()))?;
+        let claims = serde_json::to_vec(&self.claims(user, now, jti))
+            .map_err(|e| TokenError(e.to_string()))?;
+        // JWS compact serialization (RFC 7515 §7.1): header.claims.signature,
+        // each base64url without padding; the signature covers the first two.
+        let mut token = String::with_capacity(512 + claims.len() * 4 / 3);
+        URL_SAFE_NO_PAD.encode_string(&header, &mut token);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = self
+            .key
+            .sign_rs256(token.as_bytes())
+            .map_err(|e| TokenError(e.to_string()))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok(token)
     }
 }
 
