@@ -5,7 +5,10 @@ use users::config::Config;
 use users::handlers::{JwksState, jwks};
 use users::startup::{init_logging, or_exit, run};
 
-#[tokio::main]
+// An instance runs one invocation at a time, so one thread does: a
+// multi-threaded runtime only hands each event between worker threads
+// (measured by `make bench`). Argon2 runs on the blocking pool either way.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     init_logging();
     let config = or_exit("jwks", Config::from_env());
