@@ -272,6 +272,28 @@ pub fn write(cli: &Cli, root: &Path, bin: &Path, out: &Path, r: &Results) -> Res
         ratio(p50_ratio),
         ratio(r.login_latency.all.p99_ms() / r.verify_latency.all.p99_ms())
     );
+    let _ = writeln!(
+        d,
+        "Where a login's time goes beyond the verification (p50s): the store read {} \
+         (`DynamoStore::find_by_email` against moto, in process), the RS256 signature {} \
+         (below), the emulator and runtime round trip {} (JWKS at 1 connection, above); \
+         their sum is {} against a measured difference of {}.\n",
+        fmt_ms(r.store_read.all.p50_ms()),
+        fmt_ms(r.sign_ours.all.p50_ms()),
+        fmt_ms(
+            r.jwks
+                .first()
+                .map_or(f64::NAN, |row| med(&row.sides[0].p50))
+        ),
+        fmt_ms(
+            r.store_read.all.p50_ms()
+                + r.sign_ours.all.p50_ms()
+                + r.jwks
+                    .first()
+                    .map_or(f64::NAN, |row| med(&row.sides[0].p50))
+        ),
+        fmt_ms(r.login_latency.all.p50_ms() - r.verify_latency.all.p50_ms()),
+    );
     if r.login_latency.errors > 0 {
         let _ = writeln!(d, "Login errors: {}.\n", r.login_latency.errors);
     }

@@ -18,7 +18,8 @@ use http::Method;
 use users::domain::{Email, Password, UserId, UserName};
 use users::keys::SigningKey;
 use users::password::{Argon2Policy, PasswordHasher, StoredHash};
-use users::store::{AccountStatus, User};
+use users::store::dynamo::DynamoStore;
+use users::store::{AccountStatus, FindUserByEmail as _, User};
 use users::token::TokenIssuer;
 
 use crate::Cli;
@@ -140,6 +141,8 @@ pub struct Results {
     pub login_latency: Side,
     /// Bare Argon2id verification, same parameters, in process.
     pub verify_latency: Side,
+    /// The login's store read alone, in process.
+    pub store_read: Side,
     /// Per-round ratios of the p50s (login ÷ verify).
     pub login_p50_ratio: Vec<f64>,
     /// Login throughput rows.
@@ -648,7 +651,23 @@ async fn login_section(b: &Bench, emu: SocketAddr, r: &mut Results) -> Result<()
     // Latency: one client, sequential logins vs sequential verifications.
     let mut login = Side::named("login through the emulator");
     let mut bare = Side::named("bare Argon2id verify");
+    // The store read a login makes, alone, for the breakdown.
+    let store =
+        DynamoStore::connect(&std::env::var("USERS_TABLE").unwrap_or_else(|_| "users".into()))
+            .await?;
+    let email = Email::parse(LOGIN_EMAIL).map_err(anyhow::Error::msg)?;
+    let mut read = Side::named("store read (GetItem, in process)");
     for round in 0..LOGIN_LATENCY_ROUNDS {
+        let mut d = Vec::new();
+        for _ in 0..LOGIN_LATENCY_PER_ROUND {
+            let t = Instant::now();
+            store
+                .find_by_email(&email)
+                .await?
+                .context("the login account is missing")?;
+            d.push(t.elapsed());
+        }
+        read.add_samples(&Samples::from_durations(d));
         for k in 0..2 {
             if (round + k) % 2 == 0 {
                 let outcome = load::run(
@@ -672,6 +691,7 @@ async fn login_section(b: &Bench, emu: SocketAddr, r: &mut Results) -> Result<()
     }
     r.login_latency = login;
     r.verify_latency = bare;
+    r.store_read = read;
 
     // Throughput: logins/s at 2 and 16 clients vs cores ÷ verify time.
     for clients in LOGIN_CLIENTS {
