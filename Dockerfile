@@ -35,13 +35,9 @@ RUN apk add --no-cache build-base cmake musl-dev perl
 ENV CC_x86_64_unknown_linux_musl=gcc \
     CARGO_TERM_COLOR=never
 WORKDIR /src
-# The workspace: its manifests and every member crate (nothing else reaches
-# the compiler, so edits to docs or CI files keep this layer cached).
-COPY Cargo.toml Cargo.lock ./
-COPY shared shared
-COPY functions functions
-COPY infra infra
-COPY tests tests
+# The whole workspace (every member's manifest must be there for cargo to
+# load it); .dockerignore keeps build output, local state and keys out.
+COPY . .
 # Cache mounts keep the crates.io downloads and the target directory between
 # builds on one machine; the binaries are copied out of the cache in the same
 # step, since a cache mount is not part of the image.
