@@ -50,6 +50,18 @@ clean: ## Remove build output, the virtualenv and local run state
 	cargo clean
 	rm -rf $(VENV) .run
 
+.PHONY: run test-container
+
+run: venv ## Release binaries under the emulator on $$PORT (8080), against moto
+	infra/local/run.sh
+
+test-container: venv ## Build the image and run it as OpenShift would (SKIP_CONTAINER_TEST=1 skips)
+	@if [[ "$${SKIP_CONTAINER_TEST:-}" == 1 ]]; then \
+		echo "container smoke test: skipped (SKIP_CONTAINER_TEST=1)"; \
+	else \
+		tests/container/smoke.sh; \
+	fi
+
 .PHONY: bench
 
 bench: venv ## Benchmarks beside their references; writes docs/benchmarks.md (bounded, ~5 min)
