@@ -20,8 +20,8 @@
 #                 (emulator, register, login, jwks), as the release job and the
 #                 container smoke test (tests/container/smoke.sh) produce them.
 
-ARG RUST_IMAGE=rust:1.95-alpine3.22
-ARG ALPINE_IMAGE=alpine:3.22
+ARG RUST_IMAGE=rust:1.95-alpine3.23
+ARG ALPINE_IMAGE=alpine:3.23
 ARG BINARIES=builder
 
 # --- builder: static musl release binaries -------------------------------------
