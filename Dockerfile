@@ -6,11 +6,16 @@
 # with the owner's permissions (g=u), and nothing in the image needs writing.
 # No key or credential is in the image: the signing key is mounted
 # (JWT_PRIVATE_KEY_FILE) and the store settings come from the environment.
+# TLS roots for AWS endpoints come from the Alpine base (ca-certificates-bundle).
 #
 #   docker build -t users .
-#   docker run -p 8080:8080 -e JWT_PRIVATE_KEY_FILE=/keys/private.pem \
+#   docker run --user "$(id -u)" -p 8080:8080 \
 #     -v "$PWD/.run/dev-signing-key.pem:/keys/private.pem:ro" \
-#     -e AWS_ENDPOINT_URL=... -e AWS_REGION=... users
+#     -e JWT_PRIVATE_KEY_FILE=/keys/private.pem \
+#     -e AWS_ENDPOINT_URL=... -e AWS_REGION=... -e AWS_ACCESS_KEY_ID=... \
+#     -e AWS_SECRET_ACCESS_KEY=... users
+# (`--user` your own UID, as OpenShift runs an arbitrary one, so the process
+# can read your 0600 dev key.)
 #
 # Build arguments:
 #   RUST_IMAGE    builder base (Alpine, so musl is the native libc)
