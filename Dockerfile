@@ -60,8 +60,11 @@ FROM scratch AS prebuilt
 COPY dist/bin/emulator dist/bin/register dist/bin/login dist/bin/jwks /opt/users/bin/
 
 # --- the binaries the runtime stage takes: builder or prebuilt -----------------
-# (COPY --from cannot take a build argument; a stage named after it can.)
+# (COPY --from cannot take a build argument; a stage named after it can. The
+# WORKDIR makes it a stage of its own rather than an alias, which podman/buildah
+# need when building without layer caching: --layers=false.)
 FROM ${BINARIES} AS binaries
+WORKDIR /opt/users/bin
 
 # --- runtime -------------------------------------------------------------------
 FROM ${ALPINE_IMAGE}

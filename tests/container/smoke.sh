@@ -151,7 +151,7 @@ make_standin() {
 # 3. The image, from the repository's Dockerfile and build context.
 build_image() {
     log "podman build (BINARIES=prebuilt, ALPINE_IMAGE=$standin)"
-    if ! podman build --isolation chroot --pull=never --quiet \
+    if ! podman build --isolation chroot --pull=never --quiet --layers=false \
         --build-arg ALPINE_IMAGE="$standin" --build-arg BINARIES=prebuilt \
         --file Dockerfile --tag "$image" . >"$work/build.log" 2>&1; then
         cat "$work/build.log"
