@@ -41,14 +41,14 @@ test-rust: venv build ## Every Rust test, against moto (or $$AWS_ENDPOINT_URL)
 validate: venv build ## Delivery configuration: CI file, SAM, OpenShift, Dockerfile
 	USERS_ADMIN=target/debug/users-admin infra/ci/validate.sh
 
-test: venv lint test-rust validate ## Everything: lint, all tests, validation
+test: venv lint test-rust validate test-container ## Everything: lint, all tests, validation, the container smoke test
 
 dev: venv build ## Functions under cargo lambda watch on $$DEV_PORT, against moto
 	DEV_PORT=$(DEV_PORT) infra/local/with-dynamodb.sh infra/local/dev.sh
 
 clean: ## Remove build output, the virtualenv and local run state
 	cargo clean
-	rm -rf $(VENV) .run
+	rm -rf $(VENV) .run dist
 
 .PHONY: run test-container
 

@@ -515,10 +515,16 @@ stop_emulator() {
     else
         pass "the logs contain neither the key nor a password"
     fi
-    # Not a failure by itself, but worth seeing when it happens.
-    if grep -Eq '"level":"(ERROR|WARN)"|panicked' "$out"; then
+    if grep -q 'panicked' "$out"; then
+        grep -B2 -A5 'panicked' "$out" | head -n 40 >&2
+        fail "no process panicked, also not during shutdown"
+    else
+        pass "no process panicked, also not during shutdown"
+    fi
+    # Warnings are not failures by themselves, but worth seeing.
+    if grep -Eq '"level":"(ERROR|WARN)"' "$out"; then
         log "warnings or errors in the emulator's output:"
-        grep -E '"level":"(ERROR|WARN)"|panicked' "$out" | head -n 20 >&2
+        grep -E '"level":"(ERROR|WARN)"' "$out" | head -n 20 >&2
     fi
 }
 

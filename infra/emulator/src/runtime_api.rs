@@ -26,6 +26,10 @@ use tracing::{debug, warn};
 use crate::pool::{Pool, RuntimeError};
 use crate::problem::Body;
 
+/// How long `/next` of a stopping instance is held before it is refused:
+/// well beyond the SIGTERM-to-SIGKILL grace given to children.
+const STOPPING_POLL_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Header names of the Runtime API.
 pub mod headers {
     /// The invocation's id.
@@ -110,6 +114,17 @@ async fn handle(pools: &HashMap<String, Arc<Pool>>, req: Request<Incoming>) -> R
                 insert(h, headers::FUNCTION_ARN, &pool.arn);
                 insert(h, headers::TRACE_ID, &a.trace_id);
                 response
+            }
+            Err(RuntimeError::Stopping) => {
+                // Lambda never answers `/next` of an environment that is
+                // shutting down: the process gets SIGTERM, then SIGKILL. An
+                // answer without an event would make the Rust runtime panic
+                // ("missing lambda-runtime-aws-request-id header") in a
+                // process that may not have seen its SIGTERM yet. So the poll
+                // stays open until the process is gone; the bound only keeps
+                // a connection nobody closes from pinning this task forever.
+                tokio::time::sleep(STOPPING_POLL_HOLD).await;
+                refused(RuntimeError::Stopping)
             }
             Err(err) => refused(err),
         },
