@@ -202,15 +202,7 @@ impl DynamoStore {
             .expression_attribute_values(":status", AttributeValue::S(status.as_str().to_owned()))
             .send()
             .await
-            .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception())
-                {
-                    StoreError::NotFound
-                } else {
-                    unavailable(e)
-                }
-            })?;
+            .map_err(|e| update_error(e, StoreError::NotFound))?;
         Ok(())
     }
 
@@ -261,6 +253,24 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     StoreError::Unavailable(Box::new(e))
+}
+
+/// A failed conditional `UpdateItem`: its condition's failure means
+/// `on_condition`; anything else is the store being unavailable.
+fn update_error<R>(
+    e: SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+    on_condition: StoreError,
+) -> StoreError
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if e.as_service_error()
+        .is_some_and(|s| s.is_conditional_check_failed_exception())
+    {
+        on_condition
+    } else {
+        unavailable(e)
+    }
 }
 
 impl CreateUser for DynamoStore {
@@ -350,15 +360,7 @@ impl ReplacePasswordHash for DynamoStore {
             .expression_attribute_values(":old", AttributeValue::S(old.as_phc().to_owned()))
             .send()
             .await
-            .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception())
-                {
-                    StoreError::Conflict
-                } else {
-                    unavailable(e)
-                }
-            })?;
+            .map_err(|e| update_error(e, StoreError::Conflict))?;
         Ok(())
     }
 }
