@@ -54,6 +54,11 @@ pub struct Cli {
     /// The `cargo-lambda` executable (relative to the root).
     #[arg(long, default_value = ".venv/bin/cargo-lambda")]
     pub cargo_lambda: PathBuf,
+    /// Run only these sections (comma-separated: jwks, sign, login,
+    /// register, cold, startup), for development; the document then has
+    /// gaps.
+    #[arg(long)]
+    pub only: Option<String>,
     /// The command quoted in the document as the way to reproduce it.
     #[arg(long, default_value = "make bench")]
     pub command: String,

@@ -310,6 +310,53 @@ pub async fn run_all(cli: &Cli, root: &Path, bin: &Path) -> Result<Results> {
     }
     r.jwks_bytes = jwks_body.len();
 
+    let want = |section: &str| {
+        cli.only
+            .as_deref()
+            .is_none_or(|only| only.split(',').any(|s| s.trim() == section))
+    };
+    if want("jwks") {
+        jwks_section(cli, &b, root, &emulator, emu_addr, &jwks_body, &mut r).await?;
+    }
+    if want("sign") {
+        say("token signing: ours vs openssl speed rsa2048");
+        sign_section(&b, &mut r).await?;
+    }
+    if want("login") {
+        say("login: through the emulator vs bare Argon2id");
+        login_section(&b, emu_addr, &mut r).await?;
+    }
+    if want("register") {
+        say("register: 16 clients against the store");
+        register_section(&b, emu_addr, &mut r).await?;
+    }
+    r.rss_after = Rss::of(emulator.pid());
+    emulator.check_alive()?;
+    drop(emulator);
+    if want("cold") {
+        say("cold starts: each function vs hello-world");
+        cold_section(&b, &mut r).await?;
+    }
+    if want("startup") {
+        say("emulator start-to-ready");
+        startup_section(&b, &routes, &mut r).await?;
+    }
+    r.load_after = loadavg();
+    r.elapsed = started.elapsed();
+    Ok(r)
+}
+
+/// JWKS through the emulator vs `cargo lambda watch` vs nginx, and the
+/// memory idle and under load.
+async fn jwks_section(
+    cli: &Cli,
+    b: &Bench,
+    root: &Path,
+    emulator: &Service,
+    emu_addr: SocketAddr,
+    jwks_body: &Bytes,
+    r: &mut Results,
+) -> Result<()> {
     say("set-up: cargo lambda watch with the jwks binary");
     let watch_port = procs::free_port()?;
     let watch_addr = loopback(watch_port);
@@ -353,7 +400,7 @@ pub async fn run_all(cli: &Cli, root: &Path, bin: &Path) -> Result<Results> {
     say("set-up: nginx with the same JSON as a static file");
     let nginx_port = procs::free_port()?;
     let nginx_addr = loopback(nginx_port);
-    let mut nginx = start_nginx(&b, nginx_port, &jwks_body)?;
+    let mut nginx = start_nginx(b, nginx_port, jwks_body)?;
     nginx
         .wait_http_ok(
             nginx_addr,
@@ -365,7 +412,7 @@ pub async fn run_all(cli: &Cli, root: &Path, bin: &Path) -> Result<Results> {
         .await?;
     let (_, nginx_body, _) =
         load::once(nginx_addr, Method::GET, "/.well-known/jwks.json", None).await?;
-    if nginx_body != jwks_body {
+    if nginx_body != *jwks_body {
         bail!("nginx does not serve the same JWKS bytes");
     }
 
@@ -432,28 +479,7 @@ pub async fn run_all(cli: &Cli, root: &Path, bin: &Path) -> Result<Results> {
     drop(nginx);
     drop(watch_jwks);
     drop(watch);
-
-    say("token signing: ours vs openssl speed rsa2048");
-    sign_section(&b, &mut r).await?;
-
-    say("login: through the emulator vs bare Argon2id");
-    login_section(&b, emu_addr, &mut r).await?;
-
-    say("register: 16 clients against the store");
-    register_section(&b, emu_addr, &mut r).await?;
-    r.rss_after = Rss::of(emulator.pid());
-    emulator.check_alive()?;
-    drop(emulator);
-
-    say("cold starts: each function vs hello-world");
-    cold_section(&b, &mut r).await?;
-
-    say("emulator start-to-ready");
-    startup_section(&b, &routes, &mut r).await?;
-
-    r.load_after = loadavg();
-    r.elapsed = started.elapsed();
-    Ok(r)
+    Ok(())
 }
 
 fn start_nginx(b: &Bench, port: u16, body: &[u8]) -> Result<Service> {
