@@ -141,6 +141,11 @@ pub struct Results {
     pub login_latency: Side,
     /// Bare Argon2id verification, same parameters, in process.
     pub verify_latency: Side,
+    /// Bare verifications as the login makes them: one `verify_blocking`
+    /// call each (diagnostic).
+    pub verify_pooled: Side,
+    /// Minor page faults per verification: in one loop, and one call each.
+    pub faults_per_verify: (u64, u64),
     /// The login's store read alone, in process.
     pub store_read: Side,
     /// Per-round ratios of the p50s (login ÷ verify).
@@ -569,6 +574,18 @@ where
     .await?
 }
 
+/// Minor page faults of this process so far (`/proc/self/stat` field 10).
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
@@ -683,6 +700,10 @@ async fn login_section(b: &Bench, emu: SocketAddr, r: &mut Results) -> Result<()
             .await?;
     let email = Email::parse(LOGIN_EMAIL).map_err(anyhow::Error::msg)?;
     let mut read = Side::named("store read (GetItem, in process)");
+    let mut pooled = Side::named("verify_blocking, one call per verification");
+    let hasher = Arc::new(PasswordHasher::new(Argon2Policy::OWASP)?);
+    let stored = hasher.hash(&password()?)?;
+    let (mut bare_faults, mut pooled_faults) = (0u64, 0u64);
     for round in 0..LOGIN_LATENCY_ROUNDS {
         let mut d = Vec::new();
         for _ in 0..LOGIN_LATENCY_PER_ROUND {
@@ -709,8 +730,24 @@ async fn login_section(b: &Bench, emu: SocketAddr, r: &mut Results) -> Result<()
                 login.add(&outcome, 200);
             } else {
                 let v = verify.clone();
+                let faults = minor_faults();
                 let samples = timed(LOGIN_LATENCY_PER_ROUND as usize, move || v()).await?;
+                bare_faults += minor_faults().saturating_sub(faults);
                 bare.add_samples(&samples);
+                // As the login calls it: each verification on the blocking
+                // pool by itself (diagnostic, not the target's reference).
+                let mut d = Vec::new();
+                let faults = minor_faults();
+                for _ in 0..LOGIN_LATENCY_PER_ROUND {
+                    let t = Instant::now();
+                    let (v, _) = hasher.verify_blocking(password()?, stored.clone()).await?;
+                    if !v.matched {
+                        bail!("verify_blocking did not match");
+                    }
+                    d.push(t.elapsed());
+                }
+                pooled_faults += minor_faults().saturating_sub(faults);
+                pooled.add_samples(&Samples::from_durations(d));
             }
         }
         r.login_p50_ratio.push(login.p50[round] / bare.p50[round]);
@@ -718,6 +755,9 @@ async fn login_section(b: &Bench, emu: SocketAddr, r: &mut Results) -> Result<()
     r.login_latency = login;
     r.verify_latency = bare;
     r.store_read = read;
+    let n = (LOGIN_LATENCY_ROUNDS as u64 * LOGIN_LATENCY_PER_ROUND).max(1);
+    r.faults_per_verify = (bare_faults / n, pooled_faults / n);
+    r.verify_pooled = pooled;
 
     // Throughput: logins/s at 2 and 16 clients vs cores ÷ verify time.
     for clients in LOGIN_CLIENTS {
