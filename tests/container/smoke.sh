@@ -484,6 +484,33 @@ sys.exit("a tampered signature verified")' "$base/.well-known/jwks.json" "$issue
         test "$count" = 1
 }
 
+# The pod's resident memory (VmRSS of the emulator and every instance), idle
+# and after a burst of parallel logins that brings register and login to
+# their max_concurrency: the measurement behind the OpenShift requests and
+# limits (docs/deploy.md). Reported, not asserted.
+measure_memory() {
+    local what=$1 total=0 p kb
+    for p in $(descendants "$emulator_pid"); do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "container memory, $what: $((total / 1024)) MiB VmRSS in $(wc -w <<<"$(descendants "$emulator_pid")") processes"
+}
+
+memory_under_load() {
+    measure_memory "idle after the API checks"
+    local i
+    for i in $(seq 1 48); do
+        echo "{\"email\":\"ada@example.com\",\"password\":\"wrong password $i\"}"
+    done | xargs -P 12 -I{} curl -s -o /dev/null --max-time 30 -X POST "$base/api/v1/users/login" \
+        -H 'content-type: application/json' --data-binary {}
+    for i in $(seq 1 48); do
+        echo "{\"name\":\"Load $i\",\"email\":\"load$i@example.com\",\"password\":\"correct horse battery\"}"
+    done | xargs -P 12 -I{} curl -s -o /dev/null --max-time 30 -X POST "$base/api/v1/users" \
+        -H 'content-type: application/json' --data-binary {}
+    measure_memory "after 48 logins and 48 registrations, 12 at a time"
+}
+
 # SIGTERM to PID 1 of the pod, as the kubelet sends it: the emulator drains,
 # stops its instances and exits 0 within the grace period.
 stop_emulator() {
@@ -537,6 +564,7 @@ if [[ ${1:-} == --run-image ]]; then
     trap cleanup EXIT
     start_emulator
     exercise_api
+    memory_under_load
     stop_emulator
     echo "container smoke test: $passed passed, $failed failed ($(elapsed) s)"
     ((failed == 0))
