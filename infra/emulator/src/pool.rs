@@ -188,6 +188,16 @@ impl State {
     fn live(&self) -> usize {
         self.count(|i| !matches!(i.phase, Phase::Stopping))
     }
+    /// Answers every queued request with `result` (no instance served it).
+    fn fail_queued(&mut self, result: impl Fn() -> InvokeResult) {
+        for pending in self.queue.drain(..) {
+            let _ = pending.reply.send(Outcome {
+                instance: None,
+                cold: false,
+                result: result(),
+            });
+        }
+    }
     fn has_warm(&self) -> bool {
         self.instances.values().any(Instance::is_warm)
     }
@@ -595,13 +605,7 @@ impl Pool {
             if !st.has_warm() {
                 // Nobody can serve the queue: fail it now rather than let
                 // clients wait on a function that does not start.
-                for pending in st.queue.drain(..) {
-                    let _ = pending.reply.send(Outcome {
-                        instance: None,
-                        cold: false,
-                        result: InvokeResult::InitFailed,
-                    });
-                }
+                st.fail_queued(|| InvokeResult::InitFailed);
             }
         }
         drop(inst);
@@ -683,13 +687,7 @@ impl Pool {
                 st.retry_at = Some(Instant::now() + BACKOFF_MAX);
                 st.init_failing = true;
                 if !st.has_warm() {
-                    for pending in st.queue.drain(..) {
-                        let _ = pending.reply.send(Outcome {
-                            instance: None,
-                            cold: false,
-                            result: InvokeResult::InitFailed,
-                        });
-                    }
+                    st.fail_queued(|| InvokeResult::InitFailed);
                 }
                 self.changed.notify_waiters();
                 false
@@ -735,13 +733,7 @@ impl Pool {
     pub fn stop_all(&self) {
         let mut st = self.lock();
         st.stopping = true;
-        for pending in st.queue.drain(..) {
-            let _ = pending.reply.send(Outcome {
-                instance: None,
-                cold: false,
-                result: InvokeResult::ShuttingDown,
-            });
-        }
+        st.fail_queued(|| InvokeResult::ShuttingDown);
         st.idle.clear();
         for inst in st.instances.values_mut() {
             inst.phase = Phase::Stopping;
