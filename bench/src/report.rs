@@ -652,31 +652,23 @@ pub fn write(cli: &Cli, root: &Path, bin: &Path, out: &Path, r: &Results) -> Res
 
     // --- Chart --------------------------------------------------------------------
     let mut panels = Vec::new();
-    if let Some(row) = r.jwks.iter().find(|row| row.connections == 64) {
-        panels.push(Panel {
-            title: "JWKS GET, 64 connections".into(),
-            series: row
-                .sides
-                .iter()
-                .map(|s| Series {
-                    label: s.name.clone(),
-                    samples: &s.all,
-                })
-                .collect(),
-        });
-    }
-    if let Some(row) = r.jwks.iter().find(|row| row.connections == 1) {
-        panels.push(Panel {
-            title: "JWKS GET, 1 connection".into(),
-            series: row
-                .sides
-                .iter()
-                .map(|s| Series {
-                    label: s.name.clone(),
-                    samples: &s.all,
-                })
-                .collect(),
-        });
+    for (connections, title) in [
+        (64, "JWKS GET, 64 connections"),
+        (1, "JWKS GET, 1 connection"),
+    ] {
+        if let Some(row) = r.jwks.iter().find(|row| row.connections == connections) {
+            panels.push(Panel {
+                title: title.into(),
+                series: row
+                    .sides
+                    .iter()
+                    .map(|s| Series {
+                        label: s.name.clone(),
+                        samples: &s.all,
+                    })
+                    .collect(),
+            });
+        }
     }
     panels.push(Panel {
         title: "Login (1 client) vs bare Argon2id verify".into(),
